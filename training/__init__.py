@@ -1,0 +1,1 @@
+"""rs-capret training, data, evaluation and command-line tools (the `rscapret` command)."""
