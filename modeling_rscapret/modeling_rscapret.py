@@ -5,14 +5,17 @@ into every release folder (and so into the Hub repo): it imports only from `tran
 the files beside it.
 """
 
+import json
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     CLIPVisionModelWithProjection,
     GenerationMixin,
@@ -21,7 +24,7 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
-from transformers.utils import SAFE_WEIGHTS_NAME, cached_file
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .configuration_rscapret import RSCapRetConfig
 
@@ -187,23 +190,28 @@ class RSCapRetForConditionalGeneration(RSCapRetPreTrainedModel, GenerationMixin)
         # Not isinstance(config, RSCapRetConfig): as remote code, AutoConfig may hand in a twin class from another module.
         if not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
+        if config.release_form == "light":  # the towers first: their configs are cheap to read
+            for key, name in (("vision_config", "vision_model_name_or_path"), ("text_config", "text_model_name_or_path")):
+                if not getattr(config, name):
+                    raise ValueError(f"{pretrained_model_name_or_path}: a light release needs `{name}` in config.json.")
+                tower_config = AutoConfig.from_pretrained(getattr(config, name), **hub_kwargs)
+                _check_tower_config(key, getattr(config, key), tower_config, getattr(config, name))
+        checkpoint_shapes = _checkpoint_shapes(pretrained_model_name_or_path, hub_kwargs)
+        _check_checkpoint_matches_config(cls, config, checkpoint_shapes, pretrained_model_name_or_path)
         if config.release_form != "light":
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
-        for key in ("vision_model_name_or_path", "text_model_name_or_path"):
-            if not getattr(config, key):
-                raise ValueError(f"{pretrained_model_name_or_path}: a light release needs `{key}` in its config.json.")
         model = cls.from_towers(
             config.vision_model_name_or_path, config.text_model_name_or_path, config=config, dtype=kwargs.get("dtype")
         )
         weights_file = cached_file(pretrained_model_name_or_path, SAFE_WEIGHTS_NAME, **hub_kwargs)
-        state_dict = load_file(weights_file)
         expected = set(model.trainable_state_dict())
-        if set(state_dict) != expected:
+        if set(checkpoint_shapes) != expected:
             raise ValueError(
                 f"{weights_file}: a light release must hold exactly the trainable tensors {sorted(expected)}; "
-                f"missing {sorted(expected - set(state_dict))}, unexpected {sorted(set(state_dict) - expected)}."
+                f"missing {sorted(expected - set(checkpoint_shapes))}, "
+                f"unexpected {sorted(set(checkpoint_shapes) - expected)}."
             )
-        model.load_state_dict(state_dict, strict=False)
+        model.load_state_dict(load_file(weights_file), strict=False)
         model.eval()
         return model
 
@@ -447,7 +455,39 @@ def _as_id(name_or_path) -> str:
     return os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
 
 
+def _checkpoint_shapes(name_or_path, hub_kwargs) -> dict[str, list[int]]:
+    """Tensor shapes of a safetensors checkpoint (single file or sharded), read from the headers only."""
+    single = cached_file(name_or_path, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if single is not None:
+        files = [single]
+    else:
+        index_file = cached_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, **hub_kwargs)
+        with open(index_file) as f:
+            shard_names = sorted(set(json.load(f)["weight_map"].values()))
+        files = [cached_file(name_or_path, shard, **hub_kwargs) for shard in shard_names]
+    shapes = {}
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            shapes.update({key: f.get_slice(key).get_shape() for key in f.keys()})
+    return shapes
+
+
+def _check_checkpoint_matches_config(model_class, config, checkpoint_shapes, name_or_path):
+    """A clear error, before any weight is read, when config.json does not describe the saved tensors."""
+    with torch.device("meta"):
+        reference = model_class(config)
+    expected = {k: list(v.shape) for k, v in reference.state_dict().items()}
+    mismatched = [k for k, shape in checkpoint_shapes.items() if k in expected and list(shape) != expected[k]]
+    if mismatched:
+        details = "; ".join(f"`{k}` is {list(checkpoint_shapes[k])}, config expects {expected[k]}" for k in mismatched[:3])
+        raise ValueError(
+            f"{name_or_path}: config.json (vision_config / text_config / RS-CapRet fields) does not match the saved "
+            f"weights in {len(mismatched)} tensor(s): {details}."
+        )
+
+
 def _check_tower_config(key, expected_config, tower_config, tower_path):
+    tower_config = getattr(tower_config, key, tower_config)  # a full CLIP config holds its vision_config
     for field in _TOWER_FIELDS[key]:
         expected, found = getattr(expected_config, field, None), getattr(tower_config, field, None)
         if expected != found:
