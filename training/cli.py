@@ -1,0 +1,64 @@
+"""`rscapret`: the command-line face of rs-capret. Each subcommand imports its heavy modules only when run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _data_synth(args):
+    from .synthetic import write_synthetic_dataset
+
+    out = write_synthetic_dataset(args.out, n_images=args.n_images, seed=args.seed, image_size=args.image_size)
+    print(f"wrote {args.n_images} generated aerial images with 5 captions each to {out}")
+
+
+def _data_inspect(args):
+    from .data_inspect import inspect_caption_set
+
+    report = inspect_caption_set(args.path, fmt=args.format, examples=args.examples)
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rscapret", description="RS-CapRet: caption and retrieve remote-sensing images.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="caption data sets: generate, inspect").add_subparsers(dest="data_command",
+                                                                                                     required=True)
+    synth = data.add_parser("synth", help="write the generated aerial caption set in the native formats")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--n-images", type=int, default=2000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.set_defaults(func=_data_synth)
+
+    inspect = data.add_parser("inspect", help="counts, captions per image, caption lengths and examples of a caption set")
+    inspect.add_argument("path", help="a Karpathy-json folder, an NWPU folder or an imagefolder")
+    inspect.add_argument("--format", default="auto", choices=["auto", "karpathy", "nwpu", "imagefolder"])
+    inspect.add_argument("--examples", type=int, default=3)
+    inspect.add_argument("--json", action="store_true", help="print the report as json")
+    inspect.set_defaults(func=_data_inspect)
+
+    for register in _REGISTRARS:
+        register(commands)
+    return parser
+
+
+# Later subcommands (train, eval, caption, ...) add themselves here from their own modules.
+_REGISTRARS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+        print(f"rscapret {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
