@@ -21,6 +21,35 @@ def _data_inspect(args):
     print(json.dumps(report, indent=2) if args.json else report["text"])
 
 
+def _score(args):
+    from .metrics.coco_caption.coco_caption import coco_caption_scores
+
+    predictions, references = _read_json_object(args.predictions), _read_json_object(args.references)
+    missing, extra = sorted(set(predictions) - set(references)), sorted(set(references) - set(predictions))
+    if missing or extra:
+        raise ValueError(f"{args.predictions} and {args.references} must hold the same ids: ids without references "
+                         f"{missing[:5]}, ids without predictions {extra[:5]}.")
+    ids = sorted(predictions)
+    for key in ids:
+        if not isinstance(predictions[key], str):
+            raise ValueError(f"{args.predictions}: id {key!r} must map to one caption string.")
+        if not isinstance(references[key], list) or not references[key]:
+            raise ValueError(f"{args.references}: id {key!r} must map to a non-empty list of captions.")
+    scores = coco_caption_scores([predictions[k] for k in ids], [references[k] for k in ids], spice=args.spice)
+    print(json.dumps(scores, indent=2))
+
+
+def _read_json_object(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid json ({error}).") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a json object mapping ids to captions.")
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rscapret", description="RS-CapRet: caption and retrieve remote-sensing images.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print the report as json")
     inspect.set_defaults(func=_data_inspect)
 
+    score = commands.add_parser("score", help="coco-caption metrics (pycocoevalcap) for any system's captions")
+    score.add_argument("--predictions", required=True, help="json {id: caption}")
+    score.add_argument("--references", required=True, help="json {id: [captions]}")
+    score.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP 3.6.0 jars)")
+    score.set_defaults(func=_score)
+
     for register in _REGISTRARS:
         register(commands)
     return parser
@@ -54,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input: one clear line, no traceback
         print(f"rscapret {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
