@@ -379,8 +379,24 @@ class RSCapRetForConditionalGeneration(RSCapRetPreTrainedModel, GenerationMixin)
         scale = self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
         return scale * text_embeds @ image_embeds.t()
 
-    def prepare_inputs_for_generation(self, *args, vision_features=None, is_first_iteration=False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+    def prepare_inputs_for_generation(
+        self,
+        input_ids,
+        past_key_values=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        vision_features=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
         # Like pixel_values, image features are consumed by the prefill step and live in the KV cache afterwards.
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["vision_features"] = vision_features

@@ -50,6 +50,33 @@ def _read_json_object(path):
     return data
 
 
+def _demo(args):
+    from .demo import DemoSettings, run_demo
+
+    run_demo(args.output_dir, DemoSettings(n_images=args.n_images, seed=args.seed), recipe_overrides=args.overrides)
+
+
+def _train(args):
+    from .train import parse_recipe, run_training
+
+    run_training(*parse_recipe(args.recipe, args.overrides))
+
+
+def _train_clip(args):
+    from .train_clip import parse_clip_recipe, run_clip_training
+
+    print(run_clip_training(*parse_clip_recipe(args.recipe, args.overrides)))
+
+
+def _eval(args):
+    from .run_eval import default_out_dir, evaluate_release, results_table
+
+    results = evaluate_release(args.model, args.dataset, args.root, split=args.split,
+                               out_dir=args.out or default_out_dir(args.model), batch_size=args.batch_size,
+                               num_beams=args.num_beams)
+    print(results_table(results))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rscapret", description="RS-CapRet: caption and retrieve remote-sensing images.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--references", required=True, help="json {id: [captions]}")
     score.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP 3.6.0 jars)")
     score.set_defaults(func=_score)
+
+    demo = commands.add_parser("demo", help="the whole method offline on CPU: data, towers, training, eval, reload")
+    demo.add_argument("--output-dir", default="demo-output")
+    demo.add_argument("--n-images", type=int, default=2000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("overrides", nargs=argparse.REMAINDER, help="recipe overrides, e.g. --num_train_epochs 4")
+    demo.set_defaults(func=_demo)
+
+    for name, func, text in (("train", _train, "train RS-CapRet from a recipe (recipes/*.yaml)"),
+                             ("train-clip", _train_clip, "the CLIP-Cap-4 stage: contrastive CLIP tuning")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("recipe")
+        sub.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
+        sub.set_defaults(func=func)
+
+    evaluation = commands.add_parser("eval", help="caption and retrieval metrics of a model on a data set split")
+    evaluation.add_argument("model", help="release folder or Hub id")
+    evaluation.add_argument("--dataset", required=True, help="rsicd, ucm, sydney, nwpu, karpathy, imagefolder, cap4")
+    evaluation.add_argument("--root", required=True, help="data folder (cap4: 'rsicd=DIR,ucm=DIR,...')")
+    evaluation.add_argument("--split", default="test")
+    evaluation.add_argument("--out", help="folder for results.json and results.md (default MODEL/eval)")
+    evaluation.add_argument("--batch-size", type=int, default=32)
+    evaluation.add_argument("--num-beams", type=int, default=1)
+    evaluation.set_defaults(func=_eval)
 
     for register in _REGISTRARS:
         register(commands)
