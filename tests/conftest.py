@@ -39,3 +39,13 @@ def random_images(n, seed=0, size=(40, 48)):
 @pytest.fixture()
 def images():
     return random_images(3)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The real `rscapret demo` pipeline on a smaller generated set (720 images), run once per test session."""
+    from training.demo import DemoSettings, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    report = run_demo(out, DemoSettings(n_images=720, seed=0))
+    return out, report

@@ -14,10 +14,12 @@ The B images travel once, as `pixel_values` or cached `vision_features` aligned 
 
 from __future__ import annotations
 
+import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+from transformers import TrainerCallback
 
 IGNORE_INDEX = -100
 
@@ -28,11 +30,10 @@ class RSCapRetCollator:
     max_length: int = 64
     concat_probability: float = 0.5
     train: bool = True  # eval: first caption, no concatenation
-    seed: int | None = None
-    rng: random.Random = field(init=False, repr=False)
+    seed: int = 0
+    epoch: int = 0  # set by CollatorEpochCallback: a new caption draw every epoch
 
     def __post_init__(self):
-        self.rng = random.Random(self.seed)
         tokenizer = self.processor.tokenizer
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.eos = tokenizer.eos_token_id
@@ -41,6 +42,10 @@ class RSCapRetCollator:
             raise ValueError(f"RSCapRetCollator: max_length={self.max_length} leaves no room for a caption.")
 
     def __call__(self, examples: list[dict]) -> dict:
+        # The draws depend only on (seed, epoch, which examples): a resumed run, or a prefetching loader, draws
+        # exactly what an uninterrupted run draws.
+        identity = f"{self.seed}|{self.epoch}|" + "|".join(str(e.get("filename", i)) for i, e in enumerate(examples))
+        self.rng = random.Random(int.from_bytes(hashlib.sha256(identity.encode()).digest()[:8], "little"))
         captions = [self._pick_caption(example, i) for i, example in enumerate(examples)]
         tokens = self.processor.tokenizer(captions, add_special_tokens=False)["input_ids"]
         caption_rows, caption_images = [], []
@@ -96,3 +101,13 @@ class RSCapRetCollator:
             labels[row, : len(ids)] = torch.tensor(row_labels)
             attention_mask[row, : len(ids)] = 1
         return {f"{prefix}input_ids": input_ids, f"{prefix}attention_mask": attention_mask, f"{prefix}labels": labels}
+
+
+class CollatorEpochCallback(TrainerCallback):
+    """Tells the collator which epoch it is collating, so each epoch draws a fresh caption per image."""
+
+    def __init__(self, collator: RSCapRetCollator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch or 0)

@@ -20,7 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from modeling_rscapret import RSCapRetForConditionalGeneration, RSCapRetProcessor
 
 from .caption_data import load_caption_dataset
-from .collator import RSCapRetCollator
+from .collator import CollatorEpochCallback, RSCapRetCollator
 from .features import add_vision_features
 from .plots import plot_loss_curves
 from .trainer import RSCapRetTrainer
@@ -132,10 +132,12 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         return RSCapRetCollator(processor, max_length=data_args.max_length, train=train, seed=training_args.seed,
                                 concat_probability=data_args.concat_probability)
 
+    train_collator = collator(train=True)
     trainer = RSCapRetTrainer(
         model=model, args=training_args, train_dataset=data["train"],
         eval_dataset=data["validation"] if len(data["validation"]) else None,
-        data_collator=collator(train=True), eval_data_collator=collator(train=False), processing_class=processor,
+        data_collator=train_collator, eval_data_collator=collator(train=False), processing_class=processor,
+        callbacks=[CollatorEpochCallback(train_collator)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if trainer.is_world_process_zero():
