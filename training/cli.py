@@ -77,6 +77,81 @@ def _eval(args):
     print(results_table(results))
 
 
+def _caption(args):
+    from .inference import caption_files, expand_image_args, load_model
+
+    paths = expand_image_args(args.images)
+    model, processor = load_model(args.model)
+    captions = caption_files(model, processor, paths, prompt=args.prompt, batch_size=args.batch_size,
+                             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(dict(zip(paths, captions)), indent=2))
+    else:
+        for path, caption in zip(paths, captions):
+            print(f"{path}\t{caption}")
+
+
+def _index(args):
+    from .gallery import GalleryIndex
+    from .inference import load_model
+
+    model, processor = load_model(args.model)
+    if args.add:
+        index = GalleryIndex.load(args.out)
+        added = index.add_folder(model, processor, args.images, batch_size=args.batch_size)
+        print(f"added {added} new images; the index now holds {len(index)}")
+    else:
+        index = GalleryIndex.build(model, processor, args.images, kind=args.kind, batch_size=args.batch_size)
+        print(f"indexed {len(index)} images ({args.kind})")
+    index.save(args.out)
+
+
+def _retrieve(args):
+    from .gallery import GalleryIndex
+    from .inference import load_model, render_retrieval_grid, retrieve
+
+    index = GalleryIndex.load(args.index)
+    model, processor = load_model(args.model)
+    hits, note = retrieve(model, processor, index, query=args.query, image=args.image, k=args.k)
+    if note:
+        print(note, file=sys.stderr)
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank}\t{hit.score:.4f}\t{hit.path}")
+    if args.grid:
+        print(f"grid: {render_retrieval_grid(hits, args.grid, query=args.query, image=args.image)}", file=sys.stderr)
+
+
+def _chat(args):
+    from .dialogue import RSCapRetChat
+    from .gallery import GalleryIndex
+    from .inference import load_model
+
+    model, processor = load_model(args.model)
+    index = GalleryIndex.load(args.index) if args.index else None
+    chat = RSCapRetChat(model, processor, index, ret_scale=args.ret_scale, min_words_before_ret=args.min_words)
+    print("type a message; '/image PATH' attaches an image to your next message; '/reset'; '/quit'")
+    pending = []
+    for line in sys.stdin:
+        line = line.strip()
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            chat.reset()
+            pending = []
+            continue
+        if line.startswith("/image "):
+            pending.append(line[len("/image "):].strip())
+            continue
+        if not line and not pending:
+            continue
+        turn = chat.send(line or None, images=pending)
+        pending = []
+        print(f"rs-capret: {turn.text}")
+        for hit in turn.images:
+            print(f"  [image] {hit.path}  ({hit.score:.3f})")
+        sys.stdout.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rscapret", description="RS-CapRet: caption and retrieve remote-sensing images.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +201,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=int, default=32)
     evaluation.add_argument("--num-beams", type=int, default=1)
     evaluation.set_defaults(func=_eval)
+
+    caption = commands.add_parser("caption", help="caption images (files or folders)")
+    caption.add_argument("model")
+    caption.add_argument("images", nargs="+", help="image files or folders")
+    caption.add_argument("--prompt", default="")
+    caption.add_argument("--num-beams", type=int, default=1)
+    caption.add_argument("--batch-size", type=int, default=16)
+    caption.add_argument("--max-new-tokens", type=int, default=32)
+    caption.add_argument("--json", action="store_true")
+    caption.set_defaults(func=_caption)
+
+    index = commands.add_parser("index", help="embed an image folder once into a retrieval index")
+    index.add_argument("model")
+    index.add_argument("images", help="folder of images (searched recursively)")
+    index.add_argument("--out", required=True, help="index folder")
+    index.add_argument("--kind", default="flat", choices=["flat", "hnsw", "ivf"], help="flat = exact search")
+    index.add_argument("--add", action="store_true", help="add the folder's new images to an existing index")
+    index.add_argument("--batch-size", type=int, default=32)
+    index.set_defaults(func=_index)
+
+    retrieve = commands.add_parser("retrieve", help="text->image or image->image search in an index")
+    retrieve.add_argument("model")
+    retrieve.add_argument("--index", required=True)
+    retrieve.add_argument("--query", help="text query")
+    retrieve.add_argument("--image", help="query image")
+    retrieve.add_argument("-k", type=int, default=5)
+    retrieve.add_argument("--grid", help="write the query and its top-k as one PNG")
+    retrieve.set_defaults(func=_retrieve)
+
+    chat = commands.add_parser("chat", help="interleaved image/text dialogue that can bring back indexed images")
+    chat.add_argument("model")
+    chat.add_argument("--index", help="index whose images [RET] brings back")
+    chat.add_argument("--ret-scale", type=float, default=1.0, help="multiplies the probability of [RET]")
+    chat.add_argument("--min-words", type=int, default=0, help="words before [RET] may be emitted")
+    chat.set_defaults(func=_chat)
 
     for register in _REGISTRARS:
         register(commands)
