@@ -140,6 +140,9 @@ class RSCapRetForConditionalGeneration(RSCapRetPreTrainedModel, GenerationMixin)
         self.ret_input_embedding = nn.Parameter(torch.zeros(hidden_size))
         self.ret_output_embedding = nn.Parameter(torch.zeros(hidden_size))
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init))
+        # Read on every decoding step: plain ints, as config attribute access is slow in transformers 5.
+        self._lm_vocab_size = config.text_config.vocab_size
+        self._ret_token_id, self._image_token_id = config.ret_token_id, config.image_token_id
         self.post_init()
 
     # ----------------------------------------------------------------------------------------------- construction
@@ -290,18 +293,18 @@ class RSCapRetForConditionalGeneration(RSCapRetPreTrainedModel, GenerationMixin)
 
     def embed_tokens(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
         """LM input embeddings with the trainable `[RET]` row; `<image>` positions are left for the visual prefix."""
-        extended = input_ids >= self.config.text_config.vocab_size
+        extended = input_ids >= self._lm_vocab_size
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(extended, 0))
-        is_ret = (input_ids == self.config.ret_token_id).unsqueeze(-1)
+        is_ret = (input_ids == self._ret_token_id).unsqueeze(-1)
         return torch.where(is_ret, self.ret_input_embedding.to(inputs_embeds.dtype), inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.FloatTensor) -> torch.FloatTensor:
         """LM logits extended by the `[RET]` column (trainable row) and the `<image>` column (never predicted)."""
         logits = self.get_output_embeddings()(hidden_states)
-        ret_logit = hidden_states @ self.ret_output_embedding.to(hidden_states.dtype)
+        ret_logit = (hidden_states @ self.ret_output_embedding.to(hidden_states.dtype)).to(logits.dtype)
         image_logit = torch.full_like(ret_logit, torch.finfo(logits.dtype).min)
-        extra = (ret_logit, image_logit) if self.config.ret_token_id < self.config.image_token_id else (image_logit, ret_logit)
-        return torch.cat([logits, extra[0].unsqueeze(-1).to(logits.dtype), extra[1].unsqueeze(-1).to(logits.dtype)], -1)
+        pair = (ret_logit, image_logit) if self._ret_token_id < self._image_token_id else (image_logit, ret_logit)
+        return torch.cat([logits, torch.stack(pair, dim=-1)], dim=-1)
 
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -418,7 +421,7 @@ class RSCapRetForConditionalGeneration(RSCapRetPreTrainedModel, GenerationMixin)
     def _merge_inputs(self, input_ids, vision_features):
         """Token embeddings with the visual prefix scattered into the `<image>` positions (llava's pattern)."""
         inputs_embeds = self.embed_tokens(input_ids)
-        image_mask = input_ids == self.config.image_token_id
+        image_mask = input_ids == self._image_token_id
         num_placeholders = int(image_mask.sum())
         if num_placeholders == 0:
             return inputs_embeds
@@ -435,7 +438,7 @@ class RSCapRetForConditionalGeneration(RSCapRetPreTrainedModel, GenerationMixin)
 
     def _ret_positions(self, input_ids, strict):
         """Index of the last `[RET]` in every row, or None (strict: an error) if a row has none."""
-        is_ret = input_ids == self.config.ret_token_id
+        is_ret = input_ids == self._ret_token_id
         has_ret = is_ret.any(-1)
         if not bool(has_ret.all()):
             if strict:
