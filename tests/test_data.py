@@ -216,3 +216,13 @@ def test_cli_synth_and_inspect(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli(["data", "inspect", str(tmp_path / "empty")]) == 2
     assert "not a caption set" in capsys.readouterr().err
+
+
+def test_a_small_user_set_with_an_empty_split_loads(tmp_path):
+    for i in range(4):
+        Image.new("RGB", (8, 8), (0, i * 40, 0)).save(tmp_path / f"g{i}.png")
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"g{i}.png", "captions": [f"green {i}"]})
+                                                     + "\n" for i in range(4)))
+    data = load_caption_dataset("imagefolder", tmp_path)
+    assert {s: len(d) for s, d in data.items()} == {"train": 4, "validation": 0, "test": 0}
+    assert data["test"].features == FEATURES

@@ -168,6 +168,8 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(setup, m
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
         assert not torch.equal(a[key], init[key]) or key.startswith("ret_input"), f"{key} never trained"
     release = RSCapRetForConditionalGeneration.from_pretrained(root / "straight" / "model")
+    card = (root / "straight" / "model" / "README.md").read_text()  # every training release carries its card
+    assert "6 steps" in card and "{{" not in card and (root / "straight" / "model" / "examples" / "metadata.jsonl").exists()
     assert torch.equal(release.trainable_state_dict()["logit_scale"], a["logit_scale"])
     history = json.loads((root / "straight" / "log_history.json").read_text())
     assert {"loss_caption", "loss_ret_lm", "loss_t2i", "loss_i2t", "temperature"} <= set(history[0])

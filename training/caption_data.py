@@ -191,13 +191,16 @@ def _build(records: list[_Record], source: str, on_error: str, rgb_bands) -> Dat
             "stamps": [(os.path.getmtime(r.path), os.path.getsize(r.path)) for r in rows],
             "decoder_version": DECODER_VERSION,
         }
+        if not rows:  # from_generator refuses an empty split; small user sets can have one
+            splits[split] = Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES, split=split)
+            continue
         try:
             splits[split] = Dataset.from_generator(_generate, gen_kwargs=gen_kwargs, features=FEATURES, split=split)
         except DatasetGenerationError as error:  # datasets wraps the generator's own error: show ours
             if isinstance(error.__cause__, CaptionDataError):
                 raise error.__cause__ from None
             raise
-        present = set(splits[split]["filename"]) if len(rows) else set()
+        present = set(splits[split]["filename"])
         for r in rows:  # undecodable files: found again even when the split came from the cache
             if r.filename not in present:
                 skipped.append(BadRecord(source, r.where, r.path, _decode_error(r.path, rgb_bands)))

@@ -152,6 +152,13 @@ def _chat(args):
         sys.stdout.flush()
 
 
+def _push(args):
+    from .hub import push_release
+
+    print(push_release(args.model_dir, args.repo_id, light=args.light, private=args.private, dry_run=args.dry_run,
+                       license=args.license))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rscapret", description="RS-CapRet: caption and retrieve remote-sensing images.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--ret-scale", type=float, default=1.0, help="multiplies the probability of [RET]")
     chat.add_argument("--min-words", type=int, default=0, help="words before [RET] may be emitted")
     chat.set_defaults(func=_chat)
+
+    push = commands.add_parser("push", help="render the card and upload a release folder to the Hub")
+    push.add_argument("model_dir")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME")
+    push.add_argument("--light", action="store_true", help="upload only the trainable tensors")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--license", help="card licence (default: llama2 for LLaMA-2 towers, else apache-2.0)")
+    push.add_argument("--dry-run", metavar="DIR", help="write exactly the folder that would be uploaded; upload nothing")
+    push.set_defaults(func=_push)
 
     for register in _REGISTRARS:
         register(commands)

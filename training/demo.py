@@ -10,7 +10,7 @@
 5. reload the release folder through `AutoModel` / `AutoProcessor` with `trust_remote_code=True`, caption test
    images and run text queries with it.
 
-Writes DIR/model/ (release folder), DIR/eval.json, DIR/samples.md, DIR/loss_curve.png (and DIR/data, DIR/towers,
+Writes DIR/model/ (release folder with its card and results.json), DIR/eval.json, DIR/samples.md, DIR/loss_curve.png (and DIR/data, DIR/towers,
 DIR/run with the intermediate artefacts).
 """
 
@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from .caption_data import load_caption_dataset
+from .hub import write_release_card
 from .run_eval import embed_images, embed_texts, flatten_references, generate_captions, retrieval_on_split
 from .metrics.coco_caption.coco_caption import coco_caption_scores
 from .tiny_towers import TinyTowerSizes, build_tiny_clip, build_tiny_llama
@@ -190,6 +191,13 @@ def run_demo(output_dir, settings: DemoSettings | None = None, recipe_overrides:
         },
         "n_test_images": len(images),
     }
+
+    # the release's results.json (rscapret eval's format) and its card with the model-index
+    results = {"model": str(out / "model"), "dataset": "generated aerial caption set", "split": "test",
+               "rows": {"generated-aerial": {"n_images": len(images), "captioning": report["captioning"],
+                                             "retrieval": report["retrieval"]}}}
+    (out / "model" / "results.json").write_text(json.dumps(results, indent=2))
+    write_release_card(out / "model")
 
     print("[5/5] reloading the release with trust_remote_code and captioning / querying with it", flush=True)
     report["reloaded_samples"] = write_samples(out, test, settings.samples)

@@ -22,6 +22,7 @@ from modeling_rscapret import RSCapRetForConditionalGeneration, RSCapRetProcesso
 from .caption_data import load_caption_dataset
 from .collator import CollatorEpochCallback, RSCapRetCollator
 from .features import add_vision_features
+from .hub import write_examples, write_release_card
 from .plots import plot_loss_curves
 from .trainer import RSCapRetTrainer
 
@@ -123,6 +124,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         model, processor = build_model_and_processor(model_args)
     if data is None:
         data = load_training_data(data_args)
+    examples_source = data["validation"] if len(data["validation"]) else data["train"]
     if data_args.cache_features:
         with training_args.main_process_first(desc="caching CLIP features"):
             data = add_vision_features(data, model, processor, batch_size=data_args.feature_batch_size)
@@ -144,10 +146,28 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         release_dir = model_args.release_dir or os.path.join(training_args.output_dir, "model")
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(release_dir, light=model_args.light_release)
         processor.save_pretrained(release_dir)
+        write_examples(os.path.join(release_dir, "examples"), examples_source)
+        with open(os.path.join(release_dir, "training_summary.json"), "w") as f:
+            json.dump(training_summary(trainer, data_args, len(data["train"])), f, indent=1)
+        write_release_card(release_dir)
         with open(os.path.join(training_args.output_dir, "log_history.json"), "w") as f:
             json.dump(trainer.state.log_history, f, indent=1)
         plot_loss_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "loss_curve.png"))
     return trainer
+
+
+def training_summary(trainer, data_args: DataArguments, train_images: int) -> dict:
+    """What the model card says about training."""
+    args = trainer.args
+    last = next((e for e in reversed(trainer.state.log_history) if "loss_caption" in e), {})
+    return {
+        "dataset": data_args.dataset, "train_images": train_images, "steps": trainer.state.global_step,
+        "epochs": args.num_train_epochs, "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps,
+        "batch_size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "concat_probability": data_args.concat_probability,
+        "final_losses": {k: last[k] for k in ("loss_caption", "loss_ret_lm", "loss_t2i", "loss_i2t") if k in last},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
