@@ -154,3 +154,28 @@ def test_dialogue_returns_indexed_images_at_ret_and_goes_on_with_them(demo_model
     assert len(chat.images) == 3
     late = RSCapRetChat(model, processor, index, min_words_before_ret=5).send(images=[str(scene)])
     assert not late.emitted_ret or len(late.text.split()) >= 5
+
+
+def test_caption_cli_decodes_a_multiband_planar_tiff(demo_model, gallery, tmp_path, capsys):
+    import tifffile
+    out, model, processor = demo_model
+    original = sorted(gallery.glob("lake_*.tif"))[0]
+    rgb = np.asarray(Image.open(original).convert("RGB"))
+    nir = np.full(rgb.shape[:2], 200, np.uint8)
+    planar = np.concatenate([rgb.transpose(2, 0, 1), nir[None]])  # R, G, B, NIR; bands-first
+    tifffile.imwrite(tmp_path / "scene4.tif", planar, photometric="minisblack", planarconfig="separate")
+    assert cli(["caption", str(out / "model"), str(tmp_path / "scene4.tif"), str(original), "--json"]) == 0
+    captions = json.loads(capsys.readouterr().out)
+    assert captions[str(tmp_path / "scene4.tif")] == captions[str(original)] != ""
+
+
+def test_chat_cli_runs_a_conversation_from_stdin(demo_model, gallery, tmp_path, monkeypatch, capsys):
+    import io
+    out, model, processor = demo_model
+    assert cli(["index", str(out / "model"), str(gallery), "--out", str(tmp_path / "idx")]) == 0
+    scene = sorted(gallery.glob("airport_*.tif"))[0]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/image {scene}\n\nwhat else\n/reset\n/quit\nnever read\n"))
+    capsys.readouterr()
+    assert cli(["chat", str(out / "model"), "--index", str(tmp_path / "idx"), "--ret-scale", "1.0"]) == 0
+    replies = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rs-capret: ")]
+    assert len(replies) == 2 and "air" in replies[0]

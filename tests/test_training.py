@@ -205,3 +205,21 @@ def test_two_process_ddp_over_gloo_ends_with_identical_weights_on_both_ranks(set
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "finetune.yaml", "demo.yaml", "clip_cap4.yaml"])
+def test_shipped_recipes_parse(name):
+    import yaml
+    from training.train_clip import parse_clip_recipe
+    path = os.path.join(PROJECT, "recipes", name)
+    values = yaml.safe_load(open(path))
+    if name == "paper.yaml":  # the paper's recipe, as published
+        assert (values["learning_rate"], values["warmup_steps"], values["per_device_train_batch_size"],
+                values["bf16"]) == (3e-4, 100, 64, True)
+        assert values["text_model_name_or_path"] == "meta-llama/Llama-2-7b-hf" and values["dataset"] == "cap4"
+    if name == "finetune.yaml":
+        assert values["learning_rate"] == 1e-4 and values["init_from"]
+    # every key is a real argument (bf16 needs a GPU, absent here)
+    parse = parse_clip_recipe if name.startswith("clip") else parse_recipe
+    parsed = parse(path, ["--bf16", "false"] if values.get("bf16") else [])
+    assert parsed[-1].learning_rate == pytest.approx(float(values["learning_rate"]))
