@@ -170,10 +170,14 @@ def training_summary(trainer, data_args: DataArguments, train_images: int) -> di
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def split_recipe_argv(argv: list[str] | None) -> tuple[str | None, list[str]]:
+    """`RECIPE --key value ...` (the recipe is optional) from a command line."""
     argv = sys.argv[1:] if argv is None else argv
-    recipe, overrides = (argv[0], argv[1:]) if argv and not argv[0].startswith("--") else (None, argv)
-    run_training(*parse_recipe(recipe, overrides))
+    return (argv[0], argv[1:]) if argv and not argv[0].startswith("--") else (None, list(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_training(*parse_recipe(*split_recipe_argv(argv)))
     return 0
 
 

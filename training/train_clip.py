@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, Trainer, TrainingArguments, set_seed
 
-from .train import DataArguments, load_training_data, parse_recipe
+from .train import DataArguments, load_training_data, parse_recipe, split_recipe_argv
 
 
 @dataclass
@@ -73,9 +73,7 @@ def run_clip_training(clip_args: ClipArguments, data_args: DataArguments, traini
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    recipe, overrides = (argv[0], argv[1:]) if argv and not argv[0].startswith("--") else (None, argv)
-    run_clip_training(*parse_clip_recipe(recipe, overrides))
+    run_clip_training(*parse_clip_recipe(*split_recipe_argv(argv)))
     return 0
 
 
