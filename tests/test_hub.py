@@ -143,3 +143,17 @@ def test_dataset_card_renders_and_parses(demo_run, tmp_path):
     assert loaded.data.to_dict()["pretty_name"] == "Generated aerial captions"
     assert f"| test | {len(data['test'])} | {5 * len(data['test'])} | 5.00 |" in loaded.text
     assert "{{" not in loaded.text and "airport" in loaded.text
+
+
+def test_card_names_hub_towers_as_base_models_and_llama_licence(demo_run):
+    from modeling_rscapret import RSCapRetForConditionalGeneration
+    from training.hub import render_model_card
+    out, _ = demo_run
+    model = RSCapRetForConditionalGeneration.from_pretrained(out / "model")
+    model.config.vision_model_name_or_path = "openai/clip-vit-large-patch14"
+    model.config.text_model_name_or_path = "meta-llama/Llama-2-7b-hf"
+    card = render_model_card(model, out / "model", REPO_ID)
+    data = card.data.to_dict()
+    assert data["base_model"] == ["openai/clip-vit-large-patch14", "meta-llama/Llama-2-7b-hf"]
+    assert data["license"] == "llama2" and "model-index" not in data
+    assert "Not evaluated yet" in card.text and "not Hub repos" not in card.text

@@ -176,6 +176,14 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(setup, m
     assert (root / "straight" / "loss_curve.png").stat().st_size > 5000
 
 
+def test_training_without_feature_caching_runs_the_tower(setup, tmp_path):
+    model_args, data_args, training_args = parse_recipe(RECIPE, _recipe_overrides(
+        setup, tmp_path, "--max_steps", "2", "--cache_features", "false", "--save_strategy", "no"))
+    trainer = run_training(model_args, data_args, training_args, data=setup["data"])
+    assert "image" in trainer.train_dataset.column_names and "vision_features" not in trainer.train_dataset.column_names
+    assert trainer.state.global_step == 2 and (tmp_path / "model" / "model.safetensors").exists()
+
+
 def test_recipe_errors_name_the_recipe_and_the_key(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("learning_rate: 1.0e-4\nlearnig_rate: 3\n")
