@@ -197,7 +197,7 @@ def run_demo(output_dir, settings: DemoSettings | None = None, recipe_overrides:
                "rows": {"generated-aerial": {"n_images": len(images), "captioning": report["captioning"],
                                              "retrieval": report["retrieval"]}}}
     (out / "model" / "results.json").write_text(json.dumps(results, indent=2))
-    write_release_card(out / "model")
+    write_release_card(out / "model", model=model)
 
     print("[5/5] reloading the release with trust_remote_code and captioning / querying with it", flush=True)
     report["reloaded_samples"] = write_samples(out, test, settings.samples)

@@ -135,16 +135,22 @@ def render_model_card(model, release_dir, repo_id: str, results: dict | None = N
     )
 
 
-def write_release_card(release_dir, repo_id: str | None = None, license: str | None = None) -> Path:
-    """(Re)render README.md of a release folder from its config, examples, results and training summary."""
+def write_release_card(release_dir, repo_id: str | None = None, license: str | None = None, model=None) -> Path:
+    """(Re)render README.md of a release folder from its config, examples, results and training summary.
+
+    Pass the in-memory `model` when there is one: otherwise the release is loaded from disk to describe it."""
     from modeling_rscapret import RSCapRetForConditionalGeneration
 
     release_dir = Path(release_dir).resolve()
-    model = RSCapRetForConditionalGeneration.from_pretrained(release_dir)
+    model = model if model is not None else RSCapRetForConditionalGeneration.from_pretrained(release_dir)
     card = render_model_card(model, release_dir, repo_id or str(release_dir), _read_json(release_dir / RESULTS_FILE),
-                             _read_json(release_dir / SUMMARY_FILE), license, light=model.config.release_form == "light")
+                             _read_json(release_dir / SUMMARY_FILE), license, light=_is_light(release_dir))
     card.save(release_dir / "README.md")
     return release_dir / "README.md"
+
+
+def _is_light(release_dir: Path) -> bool:
+    return json.loads((release_dir / "config.json").read_text()).get("release_form") == "light"
 
 
 def _read_json(path: Path):

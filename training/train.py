@@ -144,12 +144,13 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if trainer.is_world_process_zero():
         release_dir = model_args.release_dir or os.path.join(training_args.output_dir, "model")
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(release_dir, light=model_args.light_release)
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        trained.save_pretrained(release_dir, light=model_args.light_release)
         processor.save_pretrained(release_dir)
         write_examples(os.path.join(release_dir, "examples"), examples_source)
         with open(os.path.join(release_dir, "training_summary.json"), "w") as f:
             json.dump(training_summary(trainer, data_args, len(data["train"])), f, indent=1)
-        write_release_card(release_dir)
+        write_release_card(release_dir, model=trained)
         with open(os.path.join(training_args.output_dir, "log_history.json"), "w") as f:
             json.dump(trainer.state.log_history, f, indent=1)
         plot_loss_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "loss_curve.png"))

@@ -50,21 +50,22 @@ class RSCapRetTrainer(Trainer):
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator
-        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_sums: dict[str, torch.Tensor] = {}
         self._term_steps = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         terms = rscapret_loss_terms(model, inputs)
-        if model.training:
+        if model.training:  # summed as tensors: no device sync per step, only at logging
             for name in LOSS_TERMS:
-                self._term_sums[name] += terms[name].detach().item()
+                value = terms[name].detach()
+                self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
             self._term_steps += 1
         return (terms["loss"], terms) if return_outputs else terms["loss"]
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if self._term_steps and "loss" in logs:  # a training log: add each term's mean since the last one
             for name in LOSS_TERMS:
-                logs[name] = round(self._term_sums[name] / self._term_steps, 4)
+                logs[name] = round(self._term_sums[name].item() / self._term_steps, 4)
             logs["temperature"] = round(1.0 / self.accelerator.unwrap_model(self.model).logit_scale.exp().item(), 4)
             self._term_sums.clear()
             self._term_steps = 0
