@@ -11,7 +11,7 @@ from PIL import Image
 from training.cli import main as cli
 from training.dialogue import RSCapRetChat
 from training.gallery import GalleryIndex, model_identity
-from training.inference import caption_files, load_model, render_retrieval_grid, retrieve
+from training.inference import caption_files, load_model, retrieve
 from training.run_eval import embed_texts
 
 

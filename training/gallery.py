@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .features import vision_fingerprint
 from .images import ImageDecodeError, load_rs_image
-from .run_eval import _batches
+from .run_eval import _batches, embed_images
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp")
 INDEX_KINDS = ("flat", "hnsw", "ivf")
@@ -50,19 +50,17 @@ def find_images(folder) -> list[str]:
     return paths
 
 
-@torch.no_grad()
 def embed_image_files(model, processor, paths: list[str], batch_size: int = 32) -> torch.Tensor:
-    """Decode (RS rule) and embed image files; an unreadable file is an error naming it."""
+    """Decode (RS rule) and embed image files, a batch at a time; an unreadable file is an error naming it."""
     parts = []
-    for chunk in _batches(paths, batch_size, "embedding images"):
+    for chunk in _batches(paths, batch_size, "embedding image files"):
         images = []
         for path in chunk:
             try:
                 images.append(load_rs_image(path))
             except ImageDecodeError as error:
                 raise ValueError(f"cannot index {path}: {error}") from error
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device)
-        parts.append(model.get_image_features(pixel_values=pixel_values).float().cpu())
+        parts.append(embed_images(model, processor, images, batch_size=len(images)))
     return torch.cat(parts)
 
 

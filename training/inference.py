@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from .gallery import IMAGE_SUFFIXES, GalleryIndex, SearchResult, embed_image_files
@@ -83,7 +82,3 @@ def render_retrieval_grid(hits: list[SearchResult], out_path, query: str | None 
         draw.text((x, tile + 28), Path(hit.path).name[:26], fill="black")
     canvas.save(out_path)
     return str(out_path)
-
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True).clip(min=1e-12)

@@ -16,7 +16,7 @@ from transformers import Trainer
 
 from modeling_rscapret import rscapret_contrastive_loss
 
-from .metrics.retrieval_recall.retrieval_recall import retrieval_recall
+from .run_eval import retrieval_on_split
 
 LOSS_TERMS = ("loss_caption", "loss_ret_lm", "loss_t2i", "loss_i2t")
 
@@ -97,8 +97,8 @@ class RSCapRetTrainer(Trainer):
                 images.append(self.accelerator.gather_for_metrics(terms["image_embeds"].float()))
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{name}": value / max(batches, 1) for name, value in sums.items()}
-        text_embeds, image_embeds = torch.cat(texts), torch.cat(images)
-        recall = retrieval_recall((image_embeds @ text_embeds.t()).cpu().numpy(), list(range(len(text_embeds))))
+        text_embeds, image_embeds = torch.cat(texts).cpu(), torch.cat(images).cpu()
+        recall = retrieval_on_split(image_embeds, text_embeds, list(range(len(text_embeds))))
         for direction in ("t2i", "i2t"):
             for k, value in recall[direction].items():
                 metrics[f"{metric_key_prefix}_{direction}_{k}"] = value
